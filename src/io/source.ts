@@ -55,6 +55,12 @@ export function modelPath(p: string): string {
   return /^(config\.json|model.*\.safetensors(\.index\.json)?)$/.test(path.basename(abs)) && fs.existsSync(path.join(path.dirname(abs), 'config.json')) ? path.dirname(abs) : abs;
 }
 
+/** The folder a Hugging Face folder's config.json or weights stand for (they load as it: modelPath), else `p` as given (a folder, a hub id). */
+export function folderOf(p: string): string {
+  const m = modelPath(p);
+  return m !== path.resolve(p) ? m : p;
+}
+
 /**
  * `lazyTokenizer`: the tokenizer is built at its first use (its files are read now, and refused now when missing or
  * not JSON): Model.load builds it while onnxruntime makes the session on the worker thread, and a worker that builds

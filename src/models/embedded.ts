@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { modelPath } from '../io/source.ts';
+import { folderOf } from '../io/source.ts';
 
 /** The files of a folder laid out as models/default: the base model, its adapters, router and verifier. */
 export function defaultModelFiles(dir: string) {
@@ -37,8 +37,7 @@ export function embeddedNote(p: string): string {
  * weights, which load as the folder) and it is there; else undefined.
  */
 export function besideModel(model: string, f: Exclude<keyof ReturnType<typeof defaultModelFiles>, 'dir'>): string | undefined {
-  const folder = modelPath(model);
-  if (folder !== path.resolve(model)) model = folder; // (a file of the folder; a folder stays as given)
+  model = folderOf(model);
   const file = defaultModelFiles(model)[f];
   // (stat, not join's normal form: "x/missing/.." is no folder, though x/reasoning-adapter is there)
   return fs.existsSync(file) && fs.statSync(model, { throwIfNoEntry: false })?.isDirectory() ? file : undefined;

@@ -202,13 +202,12 @@ export class Model {
     }
     signal?.throwIfAborted();
     let backend: Backend, tokenizer: TextTokenizer;
-    if (opts.worker === false) tokenizer = tokenizerOf(src, adapter);
     const creating = opts.worker === false
       ? BatchedLocalBackend.create(src.config, graph as Uint8Array | string, { threads: opts.threads })
       : WorkerBackend.create(src.config, graph, { threads: opts.threads, hasLora }, opts.onProgress);
     try {
       // Built on this thread while the worker makes the session (or builds the graph); refused, the session is closed.
-      tokenizer ??= tokenizerOf(src, adapter);
+      tokenizer = tokenizerOf(src, adapter);
     } catch (e) {
       await creating.then((b) => b.close(), () => undefined);
       throw e;

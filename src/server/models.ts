@@ -6,8 +6,7 @@
  * each request drives it through its own cancellable view.
  */
 import fs from 'node:fs';
-import path from 'node:path';
-import { modelPath } from '../io/source.ts';
+import { folderOf } from '../io/source.ts';
 import { hubGguf, parseHubSpec, QUANT_LABEL, shortName, snapshotFiles, taggedGguf, type HubSpec } from '../io/hub.ts';
 import { loadModel, type Model } from '../runtime/model.ts';
 import { CoalescingBackend, withBackend, type RunStats } from '../runtime/scheduler.ts';
@@ -144,8 +143,6 @@ export const ADAPTER_NAME = /^[A-Za-z0-9._:/-]+$/;
 
 /** The id a model is served under by default: its name without .gguf / .bin, and a split GGUF's without its part number (tiny-Q4_0-00001-of-00003.gguf: tiny-Q4_0). */
 export const servedModelId = (model: string): string => ggufStem(shortName(folderOf(model))).replace(/\.bin$/, '');
-/** The folder a Hugging Face folder's config.json or weights stand for (they load as it), else `model` as given (a hub id stays one). */
-const folderOf = (model: string): string => { const m = modelPath(model); return m !== path.resolve(model) ? m : model; };
 
 export async function loadServed(o: LoadServedOptions): Promise<Served> {
   const auto = besideModel(o.model, 'adapter');
